@@ -5,6 +5,7 @@ Plain Python over `storage.ledger`; nothing here knows Discord.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,11 @@ class Period(StrEnum):
     DAY = "day"
     WEEK = "week"
     MONTH = "month"
+
+    @property
+    def current(self) -> str:
+        """How members read the period they are in: "today", "this week", "this month"."""
+        return "today" if self is Period.DAY else f"this {self.value}"
 
 
 def period_bounds(period: Period, now: float) -> tuple[float, float]:
@@ -79,14 +85,15 @@ class Usage:
     top: list[Spender]
 
 
-def credits_argument(value: float, what: str = "credits") -> int:
+def credits_argument(value: float, what: str = "amount") -> int:
     """A moderator's number of credits, checked and turned into thousandths."""
-    if value != value or value < 0:  # NaN or negative
+    if math.isnan(value):
+        raise InvalidRequest(f"The {what} must be a number.")
+    if value < 0:
         raise InvalidRequest(f"The {what} can't be negative.")
-    amount = to_milli(round(value, 3))
-    if amount > MAX_CREDITS:
-        raise InvalidRequest(f"The {what} can be at most {format_credits(MAX_CREDITS)}.")
-    return amount
+    if math.isinf(value) or to_milli(round(value, 3)) > MAX_CREDITS:
+        raise InvalidRequest(f"The {what} can be at most {format_credits(MAX_CREDITS)} credits.")
+    return to_milli(round(value, 3))
 
 
 class Budget:
@@ -114,6 +121,11 @@ class Budget:
             return own.amount
         default = await self.ledger.latest(guild_id, Entry.DEFAULT)
         return default.amount if default is not None else self.default_allowance
+
+    async def own_allowance(self, guild_id: int, user_id: int) -> int | None:
+        """The allowance a moderator set for this member; None when the default applies."""
+        own = await self.ledger.latest(guild_id, Entry.ALLOWANCE, user_id)
+        return own.amount if own is not None else None
 
     async def cap(self, guild_id: int) -> int | None:
         change = await self.ledger.latest(guild_id, Entry.CAP)
@@ -148,20 +160,24 @@ class Budget:
         if standing.server_left is not None and estimate > standing.server_left:
             raise OverBudget(
                 f"This image would cost about {format_credits(estimate)} credits, but the server "
-                f"has {format_credits(standing.server_left)} left this {standing.period} "
+                f"has {format_credits(standing.server_left)} left {standing.period.current} "
                 f"(it resets {when})."
             )
         raise OverBudget(
             f"This image would cost about {format_credits(estimate)} credits, but you have "
-            f"{format_credits(standing.left)} left this {standing.period} (it resets {when})."
+            f"{format_credits(standing.left)} left {standing.period.current} (it resets {when})."
         )
 
     # A task's money: reserve at submit, adjust to the API's figure, then settle or release.
 
     async def reserve(self, task: TaskRecord) -> None:
         await self.ledger.add(
-            Entry.RESERVE, guild_id=task.guild_id, user_id=task.user_id, task_id=task.id,
-            amount=task.estimate, now=self.clock(),
+            Entry.RESERVE,
+            guild_id=task.guild_id,
+            user_id=task.user_id,
+            task_id=task.id,
+            amount=task.estimate,
+            now=self.clock(),
         )
 
     async def adjust(self, task: TaskRecord, cost: int) -> None:
@@ -191,8 +207,13 @@ class Budget:
         async with self.db.transaction():
             period_at = await self.ledger.task_period_at(task.id)
             return await self.ledger.add(
-                kind, guild_id=task.guild_id, user_id=task.user_id, task_id=task.id,
-                amount=amount, now=self.clock(), period_at=period_at,
+                kind,
+                guild_id=task.guild_id,
+                user_id=task.user_id,
+                task_id=task.id,
+                amount=amount,
+                now=self.clock(),
+                period_at=period_at,
             )
 
     # Moderator changes, each an appended row with who made it.
@@ -225,8 +246,13 @@ class Budget:
         note: str | None = None,
     ) -> None:
         await self.ledger.add(
-            kind, guild_id=guild_id, user_id=user_id, amount=amount, note=note,
-            actor_id=actor_id, now=self.clock(),
+            kind,
+            guild_id=guild_id,
+            user_id=user_id,
+            amount=amount,
+            note=note,
+            actor_id=actor_id,
+            now=self.clock(),
         )
 
     async def changes_for(self, guild_id: int, user_id: int) -> list[Change]:

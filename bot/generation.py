@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,6 +25,7 @@ from bot.evolink import (
     EvoLinkBadRequest,
     EvoLinkClient,
     EvoLinkError,
+    EvoLinkProtocolError,
     EvoLinkQuotaError,
     EvoLinkUnknownOutcome,
     ImageRequest,
@@ -38,6 +39,7 @@ from storage.tasks import NewTask, TaskRecord, TaskStatus, TaskStore
 
 log = logging.getLogger(__name__)
 
+MALFORMED_LIMIT = 3  # malformed answers in a row before a task is given up
 UNAVAILABLE = "The bot can't generate images right now; the server owner has been told."
 FAILURE_REASONS = {
     "content_policy_violation": "EvoLink refused this prompt under its content policy.",
@@ -85,6 +87,9 @@ class Presenter(Protocol):
     async def tell_privately(self, task: TaskRecord, text: str) -> None:
         """Reach the member outside the channel (the bot may not post there)."""
 
+    def parent_link(self, task: TaskRecord) -> str | None:
+        """A link to the message an edit started from; None for a task that is not an edit."""
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationConfig:
@@ -97,6 +102,7 @@ class GenerationConfig:
     unavailable_pause: float = 300.0
     delivery_attempts: int = 5
     stop_grace: float = 10.0
+    edit_every_poll: bool = False  # the naive strategy (for comparison): show every poll
 
 
 class _Stopping(Exception):
@@ -121,6 +127,7 @@ class Generator:
         presenter: Presenter,
         config: GenerationConfig,
         callback_url: Callable[[TaskRecord], str | None] = lambda task: None,
+        gate: Callable[[NewTask], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
@@ -130,6 +137,8 @@ class Generator:
         self.presenter = presenter
         self.config = config
         self.callback_url = callback_url
+        self.gate = gate
+        self.observers: list[Callable[[TaskRecord], Awaitable[None]]] = []
         self.clock = clock
         self._followers: dict[int, asyncio.Task[None]] = {}
         self._wake: dict[int, asyncio.Event] = {}
@@ -149,6 +158,8 @@ class Generator:
             raise Unavailable("The bot is restarting; please try again in a moment.")
         if self.clock() < self._paused_until:
             raise Unavailable(UNAVAILABLE)
+        if self.gate is not None:
+            await self.gate(new)  # the server's own rules (channels, barred members, terms)
         async with self.db.transaction():
             if await self._is_duplicate(new):
                 log.info("Ignoring a request that was already taken: %s", new)
@@ -318,9 +329,24 @@ class Generator:
         assert task.evolink_task_id is not None
         cfg = self.config
         started = task.submitted_at or task.created_at
-        cadence = Cadence(cfg.cadence, estimated_time=task.estimated_time)
+        cadence = Cadence(
+            cfg.cadence,
+            estimated_time=task.estimated_time,
+            callback=self.callback_url(task) is not None,
+        )
         last_change = max(task.updated_at, started)
         failures = 0
+        shown = self._shown.get(task.id)
+        if (
+            shown is not None
+            and not cfg.edit_every_poll
+            and shown.text != render.progress_text(task)
+        ):
+            # Show the create's answer ("Queued") once an edit is allowed, not at the first poll
+            # (far off, or never before the callback). A callback meanwhile stays set.
+            wait = shown.at + cfg.progress_edit_interval - self.clock()
+            await self._sleep(task.id, wait, wakeable=False)
+            await self._show_progress(task, force=True)
         while True:
             now = self.clock()
             if now - started > cfg.task_deadline:
@@ -331,13 +357,25 @@ class Generator:
                 return
             delay = cadence.next_delay(now - started)
             if failures:
-                delay = max(delay, min(2.0**failures, cfg.cadence.max_interval))
+                backoff = cfg.cadence.min_interval * 2.0**failures
+                delay = max(delay, min(backoff, cfg.cadence.max_interval))
+            # Wake in time to enforce the deadline and the stall limit.
+            to_deadline = cfg.task_deadline - (now - started)
+            to_stall = cfg.stall_timeout - (now - last_change)
+            delay = min(delay, max(0.0, min(to_deadline, to_stall)) + 0.01)
             await self._sleep(task.id, delay)
             try:
                 snapshot = await self.client.get_task(task.evolink_task_id)
             except EvoLinkBadRequest as exc:
                 await self._fail(task, f"EvoLink lost track of the image ({exc.message}).")
                 return
+            except EvoLinkProtocolError as exc:
+                failures += 1
+                log.warning("Task %d: EvoLink sent a malformed answer: %s", task.id, exc)
+                if failures >= MALFORMED_LIMIT:
+                    await self._fail(task, "EvoLink kept sending answers the bot cannot read.")
+                    return
+                continue
             except EvoLinkError as exc:
                 failures += 1
                 if isinstance(exc, (EvoLinkAuthError, EvoLinkQuotaError)):
@@ -368,9 +406,14 @@ class Generator:
                 await self._fail(task, reason)
                 return
             status = _status_of(snapshot)
-            if (status, snapshot.progress) != (task.status, task.progress):
+            changed = (status, snapshot.progress) != (task.status, task.progress)
+            if changed:
                 last_change = now
                 await self.tasks.update(task, now, status=status, progress=snapshot.progress)
+            if cfg.edit_every_poll:
+                await self._show_progress(task, force=True)
+            elif changed:
+                # Skip an edit the result would replace within moments anyway.
                 end, _ = cadence.predicted_end()
                 if end - (now - started) > cfg.progress_edit_interval:
                     await self._show_progress(task)
@@ -390,7 +433,9 @@ class Generator:
             prepared = await fit_to_limit(
                 image.data, image.content_type, limit, f"imagine-{task.id}"
             )
-            text = render.result_text(task, reencoded=prepared.reencoded)
+            text = render.result_text(
+                task, parent_link=self.presenter.parent_link(task), reencoded=prepared.reencoded
+            )
             try:
                 message_id = await self.presenter.deliver(task, prepared, text)
             except DeliveryTooLarge:
@@ -425,6 +470,7 @@ class Generator:
                 )
                 await self.budget.settle(task)
             log.info("Task %d posted as message %d", task.id, message_id)
+            await self._notify(task)
             return
         await self._fail(task, "Discord would not take the image; please try again.")
 
@@ -451,6 +497,15 @@ class Generator:
                 task, self.clock(), status=status, error=reason, ended_at=self.clock()
             )
         log.info("Task %d ended as %s: %s", task.id, status.value, reason)
+        await self._notify(task)
+
+    async def _notify(self, task: TaskRecord) -> None:
+        """Tell the observers (e.g. the server's log channel) that a task has ended."""
+        for observer in self.observers:
+            try:
+                await observer(task)
+            except Exception:
+                log.exception("Task %d: an observer failed", task.id)
 
     async def _show_progress(self, task: TaskRecord, *, force: bool = False) -> None:
         shown = self._shown.setdefault(task.id, _Shown())
@@ -465,7 +520,8 @@ class Generator:
         except DeliveryError as exc:
             log.info("Task %d: progress not shown: %s", task.id, exc)
             return
-        shown.text, shown.at = text, now
+        # Spaced from when Discord took the edit: a slow answer must not bring the next one near.
+        shown.text, shown.at = text, self.clock()
         if message_id != task.progress_message_id:
             await self.tasks.update(task, now, progress_message_id=message_id)
 

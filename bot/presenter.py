@@ -89,6 +89,11 @@ class DiscordPresenter:
         except discord.HTTPException as exc:
             raise DeliveryError(f"could not DM the member: {exc.status} {exc.code}") from exc
 
+    def parent_link(self, task: TaskRecord) -> str | None:
+        if task.parent_message_id is None:
+            return None  # edits start from a message in the task's own channel
+        return message_link(task.guild_id, task.channel_id, task.parent_message_id)
+
     # ------------------------------------------------------------------ routing
 
     async def _put(
@@ -112,6 +117,9 @@ class DiscordPresenter:
                 return (await _discord(interaction.edit_original_response(**edit_fields()))).id
             except _DeadToken:
                 log.info("Task %d: interaction token is dead; using the channel", task.id)
+                self.forget(task.id)
+            except _NoMessage:
+                log.info("Task %d: its message was deleted", task.id)
                 self.forget(task.id)
         channel = self.client.get_partial_messageable(task.channel_id, guild_id=task.guild_id)
         if task.progress_message_id is not None:

@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     max_result_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     public_base_url: str | None = None
     web_host: str = "0.0.0.0"  # noqa: S104 - the health and callback endpoint is meant to be reachable
-    web_port: int | None = None
+    web_port: int | None = Field(default=None, ge=0, le=65535)
+    callback_safety_interval: float = Field(default=30.0, gt=0)
 
     @field_validator("discord_token", "evolink_api_key")
     @classmethod

@@ -87,8 +87,17 @@ class LedgerStore:
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (task_id, kind) DO NOTHING
             """,
-            (guild_id, user_id, task_id, kind, amount, note, actor_id,
-             now if period_at is None else period_at, now),
+            (
+                guild_id,
+                user_id,
+                task_id,
+                kind,
+                amount,
+                note,
+                actor_id,
+                now if period_at is None else period_at,
+                now,
+            ),
         )
         return changed > 0
 

@@ -118,10 +118,24 @@ class TaskStore:
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """,
             (
-                new.guild_id, new.channel_id, new.user_id, new.origin, new.interaction_id,
-                new.source_message_id, new.parent_task_id, new.parent_message_id,
-                new.upload_limit, new.prompt, new.model, new.size, new.quality,
-                json.dumps(list(new.reference_urls)), TaskStatus.SUBMITTING, new.estimate, now, now,
+                new.guild_id,
+                new.channel_id,
+                new.user_id,
+                new.origin,
+                new.interaction_id,
+                new.source_message_id,
+                new.parent_task_id,
+                new.parent_message_id,
+                new.upload_limit,
+                new.prompt,
+                new.model,
+                new.size,
+                new.quality,
+                json.dumps(list(new.reference_urls)),
+                TaskStatus.SUBMITTING,
+                new.estimate,
+                now,
+                now,
             ),
         )
         task = await self.get(task_id)

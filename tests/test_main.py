@@ -41,7 +41,9 @@ def run_bot(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ),
     ],
 )
-def test_bad_settings_exit_with_one_line(tmp_path: Path, env: dict[str, str], expected: str) -> None:
+def test_bad_settings_exit_with_one_line(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
     result = run_bot(tmp_path, **env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import logging
 import struct
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -113,6 +114,21 @@ def build_bot(probe: Probe, intents: discord.Intents | None = None) -> commands.
         except discord.HTTPException as error:
             probe.errors.append(error)
 
+    settings = app_commands.Group(name="settings", description="Settings")
+
+    @settings.command(name="show", description="Show settings")
+    async def settings_show(
+        interaction: discord.Interaction, member: discord.Member, count: int = 1
+    ) -> None:
+        await interaction.response.send_message(f"{member.display_name} x{count}", ephemeral=True)
+
+    bot.tree.add_command(settings)
+
+    @bot.tree.context_menu(name="Wave")
+    async def wave(interaction: discord.Interaction, member: discord.Member) -> None:
+        await interaction.user.send(f"you waved at {member.name}")
+        await interaction.response.send_message("waved", ephemeral=True)
+
     @bot.tree.context_menu(name="Describe")
     async def describe(interaction: discord.Interaction, message: discord.Message) -> None:
         await interaction.response.send_message(
@@ -128,6 +144,15 @@ def build_bot(probe: Probe, intents: discord.Intents | None = None) -> commands.
             await message.reply(f"got {len(message.attachments)} file(s)")
 
     return bot
+
+
+@pytest.fixture(autouse=True)
+def no_discord_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """discord.py logs (instead of raising) errors in parsers and event handlers."""
+    caplog.set_level(logging.WARNING, logger="discord")
+    yield
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
 
 
 @pytest.fixture
@@ -195,7 +220,7 @@ async def test_login_identify_and_command_sync(fake: FakeDiscord, bot: commands.
     assert [c.id for c in guild.text_channels] == [fake.channel_id]
     assert guild.me.guild_permissions.send_messages
     assert sorted(c["name"] for c in fake.commands_global) == [
-        "Describe", "draw", "feedback", "panel", "slow",
+        "Describe", "Wave", "draw", "feedback", "panel", "settings", "slow",
     ]  # fmt: skip
     draw = next(c for c in fake.commands_global if c["name"] == "draw")
     assert [(o["name"], o["type"]) for o in draw["options"]] == [("prompt", 3), ("image", 11)]
@@ -498,3 +523,26 @@ async def test_slash_options_follow_the_registered_definition(
     assert int(member["permissions"]) & Permissions.MANAGE_GUILD
     assert interaction.payload["attachment_size_limit"] == 10 * 1024 * 1024
     await interaction.wait_done()
+
+
+async def test_subcommands_user_options_and_dms(
+    fake: FakeDiscord, bot: commands.Bot, user: int
+) -> None:
+    carol = fake.add_member(name="carol")
+    with pytest.raises(ValueError, match="needs subcommand"):
+        await fake.invoke_slash("settings", {"member": carol}, user_id=user)
+    shown = await fake.invoke_slash(
+        "settings", {"member": carol, "count": 3}, user_id=user, subcommand="show"
+    )
+    await shown.wait_done()
+    assert shown.ephemeral_reply == "Carol x3"
+    (group,) = shown.payload["data"]["options"]
+    assert (group["type"], group["name"]) == (1, "show")
+    assert [(o["name"], o["type"]) for o in group["options"]] == [("member", 6), ("count", 4)]
+
+    waved = await fake.invoke_user_command("Wave", carol, user_id=user)
+    await waved.wait_done()
+    assert waved.ephemeral_reply == "waved"
+    (dm,) = fake.channel_messages(fake.dm_channel(user))
+    assert dm["content"] == "you waved at carol"
+    assert fake.spec_errors == []
