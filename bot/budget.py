@@ -187,21 +187,20 @@ class Budget:
 
     async def settle(self, task: TaskRecord) -> bool:
         """The image was delivered: what the task holds is spent. Once per task."""
-        async with self.db.transaction():
-            entries = await self.ledger.task_entries(task.id)
-            if Entry.RELEASE in entries or Entry.RESERVE not in entries:
-                return False
-            held = entries[Entry.RESERVE] + entries.get(Entry.ADJUST, 0)
-            return await self._task_entry(task, Entry.SETTLE, held)
+        return await self._close(task, Entry.SETTLE)
 
     async def release(self, task: TaskRecord) -> bool:
         """The task failed or never started: give back what it holds. Once per task."""
+        return await self._close(task, Entry.RELEASE)
+
+    async def _close(self, task: TaskRecord, kind: Entry) -> bool:
+        """End a reservation as settled or released; a task ends one way, once."""
         async with self.db.transaction():
             entries = await self.ledger.task_entries(task.id)
-            if Entry.SETTLE in entries or Entry.RESERVE not in entries:
+            if Entry.SETTLE in entries or Entry.RELEASE in entries or Entry.RESERVE not in entries:
                 return False
             held = entries[Entry.RESERVE] + entries.get(Entry.ADJUST, 0)
-            return await self._task_entry(task, Entry.RELEASE, held)
+            return await self._task_entry(task, kind, held)
 
     async def _task_entry(self, task: TaskRecord, kind: Entry, amount: int) -> bool:
         async with self.db.transaction():

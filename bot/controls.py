@@ -249,109 +249,43 @@ def _button(custom_id: str, label: str, style: discord.ButtonStyle) -> Button:
     return discord.ui.Button(label=label, style=style, custom_id=custom_id)
 
 
-class RerollButton(
-    discord.ui.DynamicItem[Button], template=r"imagine:reroll:(?P<task_id>[0-9]{1,20})"
+# The buttons under a task's message: its action (a TaskActions method) -> label and style.
+TASK_BUTTON_LOOK = {
+    "reroll": ("Re-roll", discord.ButtonStyle.secondary),
+    "vary": ("Vary", discord.ButtonStyle.secondary),
+    "edit": ("Edit", discord.ButtonStyle.secondary),
+    "delete": ("Delete", discord.ButtonStyle.danger),
+    "cancel": ("Cancel", discord.ButtonStyle.secondary),
+}
+
+
+class TaskButton(
+    discord.ui.DynamicItem[Button],
+    template=r"imagine:(?P<action>reroll|vary|edit|delete|cancel):(?P<task_id>[0-9]{1,20})",
 ):
-    """The same prompt, settings and references again, as a new task of whoever clicks."""
+    """A button of a task, its action and task id in its custom_id, so it survives restarts.
 
-    def __init__(self, task_id: int) -> None:
-        super().__init__(
-            _button(f"imagine:reroll:{task_id}", "Re-roll", discord.ButtonStyle.secondary)
-        )
+    Re-roll and Vary start a new task of whoever clicks; Edit asks for what to change, with this
+    image as the first reference; Delete removes the result and Cancel stops a running task
+    (both: the member who asked, or a moderator).
+    """
+
+    def __init__(self, action: str, task_id: int) -> None:
+        label, style = TASK_BUTTON_LOOK[action]
+        super().__init__(_button(f"imagine:{action}:{task_id}", label, style))
+        self.action = action
         self.task_id = task_id
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> Self:
-        return cls(int(match["task_id"]))
+        return cls(match["action"], int(match["task_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         actions = await _task_actions(interaction)
         if actions is not None:
-            await actions.reroll(interaction, self.task_id)
-
-
-class VaryButton(discord.ui.DynamicItem[Button], template=r"imagine:vary:(?P<task_id>[0-9]{1,20})"):
-    """The same request at another size or quality, as a new task of whoever clicks."""
-
-    def __init__(self, task_id: int) -> None:
-        super().__init__(_button(f"imagine:vary:{task_id}", "Vary", discord.ButtonStyle.secondary))
-        self.task_id = task_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> Self:
-        return cls(int(match["task_id"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        actions = await _task_actions(interaction)
-        if actions is not None:
-            await actions.vary(interaction, self.task_id)
-
-
-class EditButton(discord.ui.DynamicItem[Button], template=r"imagine:edit:(?P<task_id>[0-9]{1,20})"):
-    """A form for what to change; this image becomes the first reference of a new task."""
-
-    def __init__(self, task_id: int) -> None:
-        super().__init__(_button(f"imagine:edit:{task_id}", "Edit", discord.ButtonStyle.secondary))
-        self.task_id = task_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> Self:
-        return cls(int(match["task_id"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        actions = await _task_actions(interaction)
-        if actions is not None:
-            await actions.edit(interaction, self.task_id)
-
-
-class DeleteButton(
-    discord.ui.DynamicItem[Button], template=r"imagine:delete:(?P<task_id>[0-9]{1,20})"
-):
-    """Removes the result message (the member who asked, or a moderator)."""
-
-    def __init__(self, task_id: int) -> None:
-        super().__init__(_button(f"imagine:delete:{task_id}", "Delete", discord.ButtonStyle.danger))
-        self.task_id = task_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> Self:
-        return cls(int(match["task_id"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        actions = await _task_actions(interaction)
-        if actions is not None:
-            await actions.delete(interaction, self.task_id)
-
-
-class CancelButton(
-    discord.ui.DynamicItem[Button], template=r"imagine:cancel:(?P<task_id>[0-9]{1,20})"
-):
-    """Stops following a running task and releases its credits (the member, or a moderator)."""
-
-    def __init__(self, task_id: int) -> None:
-        super().__init__(
-            _button(f"imagine:cancel:{task_id}", "Cancel", discord.ButtonStyle.secondary)
-        )
-        self.task_id = task_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> Self:
-        return cls(int(match["task_id"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        actions = await _task_actions(interaction)
-        if actions is not None:
-            await actions.cancel(interaction, self.task_id)
+            await getattr(actions, self.action)(interaction, self.task_id)
 
 
 class HistoryButton(
@@ -386,7 +320,7 @@ class HistoryButton(
         await cog.show_page(interaction, self.page)
 
 
-TASK_BUTTONS = (RerollButton, VaryButton, EditButton, DeleteButton, CancelButton)
+TASK_BUTTONS = (TaskButton,)
 
 
 # ---------------------------------------------------------------------- views
@@ -395,16 +329,15 @@ TASK_BUTTONS = (RerollButton, VaryButton, EditButton, DeleteButton, CancelButton
 def progress_view(task: TaskRecord) -> discord.ui.View:
     """Under a running task: Cancel."""
     view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(task.id))
+    view.add_item(TaskButton("cancel", task.id))
     return view
 
 
 def result_view(task: TaskRecord) -> discord.ui.View:
     """Under a finished image: Re-roll, Vary, Edit, Delete."""
     view = discord.ui.View(timeout=None)
-    buttons = (RerollButton, VaryButton, EditButton, DeleteButton)
-    for button in buttons:
-        view.add_item(button(task.id))
+    for action in ("reroll", "vary", "edit", "delete"):
+        view.add_item(TaskButton(action, task.id))
     return view
 
 

@@ -64,6 +64,9 @@ class Budgets(commands.Cog):
         guild_id = await self.moderator_guild(interaction)
         amount = credits_argument(credits, "allowance")
         await self.bot.budget.set_allowance(guild_id, member.id, amount, interaction.user.id)
+        self.log_change(
+            interaction, f"set <@{member.id}>'s allowance to {budget_text.credits(amount)}."
+        )
         standing = await self.bot.budget.standing(guild_id, member.id)
         await reply(interaction, budget_text.allowance_set(member.id, amount, standing))
 
@@ -73,6 +76,7 @@ class Budgets(commands.Cog):
         guild_id = await self.moderator_guild(interaction)
         amount = credits_argument(credits, "default allowance")
         await self.bot.budget.set_default(guild_id, amount, interaction.user.id)
+        self.log_change(interaction, f"set the default allowance to {budget_text.credits(amount)}.")
         period = await self.bot.budget.period(guild_id)
         await reply(interaction, budget_text.default_set(amount, period))
 
@@ -86,6 +90,7 @@ class Budgets(commands.Cog):
         except ValueError:
             raise InvalidRequest("The period must be day, week or month.") from None
         await self.bot.budget.set_period(guild_id, chosen, interaction.user.id)
+        self.log_change(interaction, f"made budgets run per {chosen.value}.")
         usage = await self.bot.budget.usage(guild_id)
         await reply(interaction, budget_text.period_set(chosen, usage.resets_at))
 
@@ -97,6 +102,7 @@ class Budgets(commands.Cog):
         guild_id = await self.moderator_guild(interaction)
         amount = credits_argument(credits, "grant")
         await self.bot.budget.grant(guild_id, member.id, amount, interaction.user.id)
+        self.log_change(interaction, f"granted <@{member.id}> {budget_text.credits(amount)} extra.")
         standing = await self.bot.budget.standing(guild_id, member.id)
         await reply(interaction, budget_text.grant_given(member.id, amount, standing))
 
@@ -108,6 +114,12 @@ class Budgets(commands.Cog):
         guild_id = await self.moderator_guild(interaction)
         amount = 0 if credits is None else credits_argument(credits, "cap")
         await self.bot.budget.set_cap(guild_id, amount, interaction.user.id)
+        cap = (
+            f"set the server cap to {budget_text.credits(amount)}."
+            if amount
+            else "removed the cap."
+        )
+        self.log_change(interaction, cap)
         usage = await self.bot.budget.usage(guild_id)
         await reply(interaction, budget_text.cap_set(amount or None, usage))
 
@@ -147,7 +159,15 @@ class Budgets(commands.Cog):
                 f"role {role_id}" if role_id is not None else "cleared",
                 self.bot.budget.clock(),
             )
+        chosen = (
+            f"made <@&{role_id}> the moderator role." if role_id else "cleared the moderator role."
+        )
+        self.log_change(interaction, chosen)
         await reply(interaction, budget_text.moderator_role_set(role_id))
+
+    def log_change(self, interaction: discord.Interaction, what: str) -> None:
+        """Post a moderator's change to the server's log channel, if it has one."""
+        self.bot.moderation_log.change(guild_of(interaction), interaction.user.id, what)
 
 
 async def setup(bot: ImagineBot) -> None:

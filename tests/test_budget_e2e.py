@@ -401,3 +401,27 @@ async def test_the_server_cap_holds_across_members(
         )
         + "\nServer cap: 0 of 5.874 credits left this month"
     )
+
+
+async def test_budget_changes_are_posted_to_the_log_channel(
+    bot: ImagineBot, discord_fake: FakeDiscord, member: int, moderator: int
+) -> None:
+    log = discord_fake.add_channel(name="mod-log")
+    chosen = await discord_fake.invoke_slash(
+        "imagine-admin", {"channel": log}, subcommand="logchannel set", user_id=moderator
+    )
+    await answer(discord_fake, chosen)
+
+    def lines() -> list[str]:
+        return [m["content"] for m in discord_fake.channel_messages(log)]
+
+    await discord_fake.wait_for(lambda: len(lines()) >= 1)
+    await budget(discord_fake, "set", {"member": member, "credits": 12.5}, user_id=moderator)
+    await budget(discord_fake, "grant", {"member": member, "credits": 1}, user_id=moderator)
+    await budget(discord_fake, "cap", {"credits": 0}, user_id=moderator)
+    await discord_fake.wait_for(lambda: len(lines()) >= 4)
+    assert lines()[1:] == [
+        f"🛠️ <@{moderator}> set <@{member}>'s allowance to {credits(12500)}.",
+        f"🛠️ <@{moderator}> granted <@{member}> {credits(1000)} extra.",
+        f"🛠️ <@{moderator}> removed the cap.",
+    ]

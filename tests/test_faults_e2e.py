@@ -339,3 +339,25 @@ async def test_prompts_are_stored_and_shown_intact_and_never_ping(
     assert "\\*\\*bold\\*\\*" in content and "DROP TABLE tasks;" in content
     sent = [c.json for c in discord_fake.calls if isinstance(c.json, dict) and "content" in c.json]
     assert sent and all(body.get("allowed_mentions") == {"parse": []} for body in sent)
+
+
+async def test_token_is_left_before_it_expires(
+    bot: ImagineBot, discord_fake: FakeDiscord, evolink: FakeEvoLink, member: int
+) -> None:
+    """A token a second short of the bot's margin: first edit by token, then the channel."""
+    evolink.plan = lambda request: TaskPlan(duration=1.5, estimated_time=2)
+    usable_for = 1.0  # seconds until the token is within a minute of its 15-minute expiry
+    interaction = await discord_fake.invoke_slash(
+        "imagine", {"prompt": "late"}, user_id=member, created_ago=14 * 60 - usable_for
+    )
+    task = await wait_for_task(bot, TaskStatus.POSTED)
+    by_token = [
+        c
+        for c in discord_fake.calls
+        if c.path.startswith(f"/webhooks/") and interaction.token in c.path
+    ]
+    by_channel = discord_fake.calls_to("PATCH", CHANNEL_MESSAGE)
+    assert by_token and by_channel
+    assert max(c.time for c in by_token) < min(c.time for c in by_channel)
+    assert all(c.status < 400 for c in by_token)  # left before Discord refused it
+    assert [c for c in by_channel if c.files] and discord_fake.files_of(task.result_message_id or 0)

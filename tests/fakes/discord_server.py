@@ -1203,11 +1203,14 @@ class FakeDiscord:
         subcommand: str | None = None,
         attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
         locale: str = "en-US",
+        created_ago: float = 0.0,
     ) -> FakeInteraction:
         """Run ``/name`` (``subcommand`` may be ``"sub"`` or ``"group sub"``).
 
         Option types come from the registered command when there is one (unknown or missing
-        required options then raise ValueError), else from the Python values."""
+        required options then raise ValueError), else from the Python values. ``created_ago``
+        back-dates the interaction's snowflake by that many seconds, so the bot sees a token
+        close to its 15-minute expiry."""
         channel = self._place(guild_id, channel_id)
         command = self._find_command(name, 1, channel.guild_id)
         definitions: list[dict[str, Any]] | None = command.get("options", []) if command else None
@@ -1237,7 +1240,7 @@ class FakeDiscord:
             data["resolved"] = resolved
         return await self._dispatch_interaction(
             2, data, user_id=user_id, channel=channel, message_type=20,
-            attachment_size_limit=attachment_size_limit, locale=locale,
+            attachment_size_limit=attachment_size_limit, locale=locale, created_ago=created_ago,
         )  # fmt: skip
 
     async def invoke_message_command(
@@ -1427,10 +1430,13 @@ class FakeDiscord:
         attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
         locale: str = "en-US",
         triggered_by: FakeInteraction | None = None,
+        created_ago: float = 0.0,
     ) -> FakeInteraction:
         await self._await_bot()
         user = self._ensure_member(user_id, channel)
         interaction_id = self._next_id()
+        if created_ago:
+            interaction_id -= int(created_ago * 1000) << 22
         raw_token = f"interaction:{interaction_id}:{secrets.token_urlsafe(48)}"
         token = base64.urlsafe_b64encode(raw_token.encode()).decode().rstrip("=")
         payload: dict[str, Any] = {
