@@ -22,6 +22,10 @@ def user_message_for(error: BaseException, where: str) -> str:
     original = getattr(error, "original", None) or error
     if isinstance(original, ImagineError):
         return original.user_message
+    if isinstance(original, app_commands.TransformerError):
+        if original.type is discord.AppCommandOptionType.user:
+            return "That member is not in this server."
+        return "That value can't be used for this option."
     if isinstance(original, app_commands.NoPrivateMessage):
         return "This works only in a server."
     if isinstance(original, app_commands.CheckFailure):

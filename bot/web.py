@@ -77,7 +77,12 @@ class WebServer:
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=1024)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            log.error("Cannot listen on %s:%d (WEB_HOST, WEB_PORT): %s", host, port, exc)
+            raise
         self.port = self._runner.addresses[0][1]
         log.info("Web endpoint listening on %s:%d (/healthz, EvoLink callbacks)", host, self.port)
 

@@ -425,3 +425,12 @@ async def test_budget_changes_are_posted_to_the_log_channel(
         f"🛠️ <@{moderator}> granted <@{member}> {credits(1000)} extra.",
         f"🛠️ <@{moderator}> removed the cap.",
     ]
+
+
+async def test_a_member_who_left_cannot_be_given_an_allowance(
+    bot: ImagineBot, discord_fake: FakeDiscord, member: int, moderator: int
+) -> None:
+    discord_fake.remove_member(member)
+    text = await budget(discord_fake, "set", {"member": member, "credits": 5}, user_id=moderator)
+    assert text == "That member is not in this server."
+    assert await ledger_rows(bot) == []

@@ -354,7 +354,7 @@ async def test_token_is_left_before_it_expires(
     by_token = [
         c
         for c in discord_fake.calls
-        if c.path.startswith(f"/webhooks/") and interaction.token in c.path
+        if c.path.startswith("/webhooks/") and interaction.token in c.path
     ]
     by_channel = discord_fake.calls_to("PATCH", CHANNEL_MESSAGE)
     assert by_token and by_channel

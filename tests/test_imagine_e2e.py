@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import re
 
+import pytest
 from PIL import Image
 
 from bot.core import ImagineBot
 from storage.ledger import Entry
 from storage.tasks import TaskStatus
-from tests.conftest import png_bytes, wait_for_task
+from tests.conftest import BotRunner, png_bytes, wait_for_task
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.evolink_server import FakeEvoLink, TaskPlan
 
@@ -137,3 +139,42 @@ async def test_result_larger_than_upload_limit_is_reencoded_to_fit(
     with Image.open(io.BytesIO(data)) as image:
         assert image.format == "WEBP"
     assert "Re-encoded" in interaction.original["content"]
+
+
+async def test_commands_are_synced_only_when_they_change(
+    runner: BotRunner, discord_fake: FakeDiscord
+) -> None:
+    route = "/applications/{application_id}/commands"
+    await runner.start()
+    assert len(discord_fake.calls_to("PUT", route)) == 1
+    names = {command["name"] for command in discord_fake.commands_global}
+    assert {"imagine", "balance", "budget", "history", "imagine-admin", "Edit image"} <= names
+    await runner.stop()
+    await runner.start()  # same definitions: no second sync
+    assert len(discord_fake.calls_to("PUT", route)) == 1
+    await runner.stop()
+    guild_route = "/applications/{application_id}/guilds/{guild_id}/commands"
+    await runner.start(dev_guild_id=discord_fake.guild_id)  # a development guild instead
+    assert len(discord_fake.calls_to("PUT", guild_route)) == 1
+
+
+async def test_unexpected_error_gives_an_apology_with_an_id_in_the_log(
+    bot: ImagineBot,
+    discord_fake: FakeDiscord,
+    evolink: FakeEvoLink,
+    member: int,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bot.requests, "build", broken)
+    interaction = await discord_fake.invoke_slash("imagine", {"prompt": "x"}, user_id=member)
+    reply = await discord_fake.wait_for(lambda: interaction.ephemeral_reply)
+    match = re.fullmatch(
+        r"Sorry, something went wrong on our side \(error id ([0-9a-f]{8})\)\.", reply
+    )
+    assert match is not None, reply
+    assert f"error id {match[1]}" in caplog.text and "RuntimeError: boom" in caplog.text
+    assert "boom" not in reply and evolink.creates == 0

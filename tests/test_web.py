@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot.cadence import Cadence, CadenceConfig
 from bot.core import ImagineBot
 from bot.web import CallbackTokens, WebServer
 from storage.database import Database
@@ -152,3 +153,10 @@ async def test_without_a_public_url_no_callback_is_asked(
     await discord_fake.invoke_slash("imagine", {"prompt": "a boat"}, user_id=member)
     task = await wait_for_task(bot, TaskStatus.POSTED)
     assert "callback_url" not in evolink.tasks[task.evolink_task_id or ""].request
+
+
+def test_with_a_callback_the_cadence_polls_only_as_a_safety_net() -> None:
+    cadence = Cadence(CadenceConfig(callback_safety_interval=30), estimated_time=60, callback=True)
+    assert cadence.next_delay(0.0) == 90  # not near the predicted end: 30 s after it
+    assert cadence.next_delay(95.0) == 30  # overdue: every safety interval
+    assert Cadence(CadenceConfig(), estimated_time=60).next_delay(0.0) < 60  # polling: sooner

@@ -1038,6 +1038,10 @@ class FakeDiscord:
             raise ValueError(f"user {user_id} is not a member of guild {guild.id}")
         guild.members[user_id].permissions = permissions
 
+    def remove_member(self, user_id: int, guild_id: int | None = None) -> None:
+        """The member left the server (the user stays known to Discord)."""
+        del self._guild(guild_id).members[user_id]
+
     def add_member_role(self, user_id: int, role_id: int, guild_id: int | None = None) -> None:
         guild = self._guild(guild_id)
         guild.members[user_id].roles.append(role_id)
