@@ -62,6 +62,10 @@ class DeliveryForbidden(DeliveryError):
     """The bot may not post or edit in that channel (50013)."""
 
 
+class DeliveryDeferred(DeliveryError):
+    """A progress edit was skipped so that an image could go first; it is shown later."""
+
+
 class DeliveryTransient(DeliveryError):
     """Discord failed for now (5xx, network); worth trying again."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ import aiohttp
 import discord
 
 from bot.generation import (
+    DeliveryDeferred,
     DeliveryError,
     DeliveryForbidden,
     DeliveryTooLarge,
@@ -61,6 +63,7 @@ class DiscordPresenter:
         self.progress_view = progress_view
         self.result_view = result_view
         self._interactions: dict[int, discord.Interaction] = {}
+        self._delivering: Counter[int] = Counter()  # channel id -> images being posted there
 
     def attach(self, task_id: int, surface: object) -> None:
         if isinstance(surface, discord.Interaction):
@@ -77,7 +80,15 @@ class DiscordPresenter:
         def file() -> discord.File:  # a File is single-use: a fresh one for every try
             return discord.File(io.BytesIO(image.data), filename=image.filename)
 
-        return await self._put(task, "result", content=text, view=self.result_view(task), file=file)
+        self._delivering[task.channel_id] += 1
+        try:
+            return await self._put(
+                task, "result", content=text, view=self.result_view(task), file=file
+            )
+        finally:
+            self._delivering[task.channel_id] -= 1
+            if not self._delivering[task.channel_id]:
+                del self._delivering[task.channel_id]
 
     async def show_end(self, task: TaskRecord, text: str) -> None:
         await self._put(task, "end", content=text, view=None)
@@ -121,6 +132,9 @@ class DiscordPresenter:
             except _NoMessage:
                 log.info("Task %d: its message was deleted", task.id)
                 self.forget(task.id)
+        if kind == "progress" and task.progress_message_id and self._delivering[task.channel_id]:
+            # Channel routes share one rate limit per channel: images first, progress later.
+            raise DeliveryDeferred("an image is being posted in this channel")
         channel = self.client.get_partial_messageable(task.channel_id, guild_id=task.guild_id)
         if task.progress_message_id is not None:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -361,3 +362,51 @@ async def test_token_is_left_before_it_expires(
     assert max(c.time for c in by_token) < min(c.time for c in by_channel)
     assert all(c.status < 400 for c in by_token)  # left before Discord refused it
     assert [c for c in by_channel if c.files] and discord_fake.files_of(task.result_message_id or 0)
+
+
+async def test_progress_edits_wait_while_an_image_is_posted_in_the_channel(
+    bot: ImagineBot, discord_fake: FakeDiscord, evolink: FakeEvoLink, member: int
+) -> None:
+    """On the shared channel route, an image goes first; other tasks' progress waits."""
+    evolink.plan = lambda request: (
+        TaskPlan(duration=0.6, estimated_time=1)
+        if request["prompt"] == "quick"
+        else TaskPlan(duration=6.0, estimated_time=6)
+    )
+    quick = await imagine(discord_fake, member, "quick")
+    slow = await imagine(discord_fake, member, "slow")
+    for interaction in (quick, slow):
+        await progress_shown(discord_fake, interaction)
+        discord_fake.expire_interaction(interaction.token)
+    slow_task = next(t for t in await all_tasks(bot) if t.prompt == "slow")
+    # The image's first upload fails with a 500: discord.py waits a second and tries again.
+    discord_fake.fail_next("PATCH", CHANNEL_MESSAGE, status=500, with_files=True)
+
+    async def keep_polling_the_slow_task() -> None:
+        while True:  # each poll sees new progress, which the bot would like to show
+            bot.generator.wake(slow_task.id)
+            await asyncio.sleep(0.1)
+
+    poller = asyncio.create_task(keep_polling_the_slow_task())
+    try:
+        await wait_for_task(bot, TaskStatus.POSTED)
+    finally:
+        poller.cancel()
+    edits = discord_fake.calls_to("PATCH", CHANNEL_MESSAGE)
+    uploads = [c for c in edits if c.files]
+    assert [c.status for c in uploads] == [500, 200]
+    started, done = uploads[0].time, uploads[1].time
+    slow_edits = [c for c in edits if str(slow_task.progress_message_id) in c.path]
+    assert not [c for c in slow_edits if started <= c.time <= done]
+    # ...and it is shown again once the image is out.
+    poller = asyncio.create_task(keep_polling_the_slow_task())
+    try:
+        await discord_fake.wait_for(
+            lambda: [
+                c
+                for c in discord_fake.calls_to("PATCH", CHANNEL_MESSAGE)
+                if c.time > done and str(slow_task.progress_message_id) in c.path
+            ]
+        )
+    finally:
+        poller.cancel()
