@@ -330,6 +330,7 @@ class Generator:
         log.info("Task %d created at EvoLink as %s", task.id, snapshot.id)
 
     async def _track(self, task: TaskRecord) -> None:
+        """Poll the task until it ends; on completion record its result for delivery."""
         assert task.evolink_task_id is not None
         cfg = self.config
         started = task.submitted_at or task.created_at
@@ -340,17 +341,7 @@ class Generator:
         )
         last_change = max(task.updated_at, started)
         failures = 0
-        shown = self._shown.get(task.id)
-        if (
-            shown is not None
-            and not cfg.edit_every_poll
-            and shown.text != render.progress_text(task)
-        ):
-            # Show the create's answer ("Queued") once an edit is allowed, not at the first poll
-            # (far off, or never before the callback). A callback meanwhile stays set.
-            wait = shown.at + cfg.progress_edit_interval - self.clock()
-            await self._sleep(task.id, wait, wakeable=False)
-            await self._show_progress(task, force=True)
+        await self._show_queued(task)
         while True:
             now = self.clock()
             if now - started > cfg.task_deadline:
@@ -359,15 +350,7 @@ class Generator:
             if now - last_change > cfg.stall_timeout:
                 await self._fail(task, "EvoLink stopped making progress on the image.")
                 return
-            delay = cadence.next_delay(now - started)
-            if failures:
-                backoff = cfg.cadence.min_interval * 2.0**failures
-                delay = max(delay, min(backoff, cfg.cadence.max_interval))
-            # Wake in time to enforce the deadline and the stall limit.
-            to_deadline = cfg.task_deadline - (now - started)
-            to_stall = cfg.stall_timeout - (now - last_change)
-            delay = min(delay, max(0.0, min(to_deadline, to_stall)) + 0.01)
-            await self._sleep(task.id, delay)
+            await self._sleep(task.id, self._poll_delay(cadence, started, last_change, failures))
             try:
                 snapshot = await self.client.get_task(task.evolink_task_id)
             except EvoLinkBadRequest as exc:
@@ -389,38 +372,73 @@ class Generator:
             failures = 0
             now = self.clock()
             cadence.observe(now - started, snapshot.progress)
-            if snapshot.status == "completed":
-                if not snapshot.results:
-                    await self._fail(task, "EvoLink finished without an image.")
-                    return
-                await self.tasks.update(
-                    task,
-                    now,
-                    status=TaskStatus.COMPLETED,
-                    progress=100,
-                    result_url=snapshot.results[0],
-                    completed_at=now,
-                )
+            if snapshot.status in ("completed", "failed"):
+                await self._finished(task, snapshot)
                 return
-            if snapshot.status == "failed":
-                code = snapshot.error_code or ""
-                detail = snapshot.error_message or code or "no reason given"
-                fallback = f"EvoLink could not make the image ({detail})."
-                reason = FAILURE_REASONS.get(code, fallback)
-                await self._fail(task, reason)
-                return
-            status = _status_of(snapshot)
-            changed = (status, snapshot.progress) != (task.status, task.progress)
+            changed = await self._record_progress(task, snapshot)
             if changed:
                 last_change = now
-                await self.tasks.update(task, now, status=status, progress=snapshot.progress)
-            if cfg.edit_every_poll:
+            if cfg.edit_every_poll:  # the naive strategy, for comparison: show every poll
                 await self._show_progress(task, force=True)
             elif changed:
-                # Skip an edit the result would replace within moments anyway.
                 end, _ = cadence.predicted_end()
+                # Skip an edit the result would replace within moments anyway.
                 if end - (now - started) > cfg.progress_edit_interval:
                     await self._show_progress(task)
+
+    def _poll_delay(
+        self, cadence: Cadence, started: float, last_change: float, failures: int
+    ) -> float:
+        """The cadence's wait, backed off after failures, and never past the deadline or the
+        stall limit (so they are enforced on time)."""
+        cfg = self.config
+        now = self.clock()
+        delay = cadence.next_delay(now - started)
+        if failures:
+            backoff = cfg.cadence.min_interval * 2.0**failures
+            delay = max(delay, min(backoff, cfg.cadence.max_interval))
+        to_deadline = cfg.task_deadline - (now - started)
+        to_stall = cfg.stall_timeout - (now - last_change)
+        return min(delay, max(0.0, min(to_deadline, to_stall)) + 0.01)
+
+    async def _show_queued(self, task: TaskRecord) -> None:
+        """Show the create's answer ("Queued") once an edit is allowed, not at the first poll
+        (far off, or never before the callback). A callback meanwhile stays set."""
+        shown = self._shown.get(task.id)
+        if shown is None or self.config.edit_every_poll:
+            return
+        if shown.text != render.progress_text(task):
+            wait = shown.at + self.config.progress_edit_interval - self.clock()
+            await self._sleep(task.id, wait, wakeable=False)
+            await self._show_progress(task, force=True)
+
+    async def _record_progress(self, task: TaskRecord, snapshot: TaskSnapshot) -> bool:
+        """Write a new status or progress; returns whether anything changed."""
+        status = _status_of(snapshot)
+        if (status, snapshot.progress) == (task.status, task.progress):
+            return False
+        await self.tasks.update(task, self.clock(), status=status, progress=snapshot.progress)
+        return True
+
+    async def _finished(self, task: TaskRecord, snapshot: TaskSnapshot) -> None:
+        """EvoLink ended the task: keep its result for delivery, or fail with its reason."""
+        if snapshot.status == "failed":
+            code = snapshot.error_code or ""
+            detail = snapshot.error_message or code or "no reason given"
+            fallback = f"EvoLink could not make the image ({detail})."
+            await self._fail(task, FAILURE_REASONS.get(code, fallback))
+        elif not snapshot.results:
+            await self._fail(task, "EvoLink finished without an image.")
+        else:
+            now = self.clock()
+            await self.tasks.update(
+                task,
+                now,
+                status=TaskStatus.COMPLETED,
+                progress=100,
+                result_url=snapshot.results[0],
+                completed_at=now,
+            )
 
     async def _deliver(self, task: TaskRecord) -> None:
         assert task.result_url is not None
