@@ -402,3 +402,19 @@ async def test_with_the_intent_an_unpinged_reply_edits(
     )
     task = await edit_of(bot, quiet)
     assert evolink.tasks[task.evolink_task_id or ""].request["prompt"] == "make it blue"
+
+
+async def test_more_than_sixteen_references_are_refused(
+    runner: BotRunner, discord_fake: FakeDiscord, evolink: FakeEvoLink, member: int
+) -> None:
+    bot = await runner.start(message_content_intent=True)
+    album = [discord_fake.add_attachment(f"a{i}.png", png_bytes()) for i in range(10)]
+    upload = await discord_fake.post_message(author_id=member, attachments=album)
+    extra = [discord_fake.add_attachment(f"b{i}.png", png_bytes()) for i in range(7)]
+    reply = await discord_fake.post_message(
+        author_id=member, content="merge them all", reply_to=upload, mention_bot=True,
+        attachments=extra,
+    )  # fmt: skip
+    (refusal,) = await discord_fake.wait_for(lambda: bot_replies_to(discord_fake, reply))
+    assert refusal["content"] == "That is 17 images; at most 16 can be used at once."
+    assert (evolink.creates, await all_tasks(bot)) == (0, [])
