@@ -10,12 +10,11 @@ and `auto` quality.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from bot.errors import InvalidRequest
 from bot.requests import Origin, Parent, RequestBuilder
-from bot.validation import ReferenceImage, image_type, strip_mention
+from bot.validation import ReferenceImage, image_type, mention_of, strip_mention
 from storage.tasks import NewTask, TaskRecord, TaskStore
 
 NO_IMAGE = "That message has no image I can edit (PNG, JPEG or WebP)."
@@ -56,7 +55,7 @@ class EditTarget:
 
 def mentions(text: str, user_id: int) -> bool:
     """Whether `text` mentions the user (`<@id>` or `<@!id>`); a reply's ping does not count."""
-    return re.search(rf"<@!?{user_id}>", text) is not None
+    return mention_of(user_id).search(text) is not None
 
 
 def shape_of(image: SourceImage | None) -> str:

@@ -48,9 +48,14 @@ def clean_prompt(text: str | None) -> str:
     return prompt
 
 
+def mention_of(user_id: int) -> re.Pattern[str]:
+    """A mention of that user in message text: `<@id>` or `<@!id>`."""
+    return re.compile(rf"<@!?{user_id}>")
+
+
 def strip_mention(text: str, user_id: int) -> str:
-    """Remove mentions of the bot (`<@id>` or `<@!id>`) from a reply's text."""
-    return re.sub(rf"<@!?{user_id}>", " ", text)
+    """Remove mentions of the bot from a reply's text."""
+    return mention_of(user_id).sub(" ", text)
 
 
 def check_choice(value: str, allowed: tuple[str, ...], what: str) -> str:

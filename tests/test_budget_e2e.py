@@ -333,21 +333,31 @@ async def test_bad_amounts_are_refused_and_change_nothing(
     assert await ledger_rows(bot) == []
 
 
+async def refusals_once_all_answered(
+    discord_fake: FakeDiscord, interactions: list[FakeInteraction]
+) -> list[str]:
+    """Wait until every request was refused or got its progress message; the refusals."""
+
+    def answered(interaction: FakeInteraction) -> bool:
+        original = interaction.original
+        loading = original is None or original["flags"] & MessageFlags.LOADING
+        return bool(interaction.ephemeral_reply) or not loading
+
+    return await discord_fake.wait_for(
+        lambda: (
+            [r for i in interactions if (r := i.ephemeral_reply)]
+            if all(answered(i) for i in interactions)
+            else None
+        )
+    )
+
+
 async def test_twenty_simultaneous_requests_with_room_for_three(
     runner: BotRunner, discord_fake: FakeDiscord, evolink: FakeEvoLink, member: int
 ) -> None:
     bot = await runner.start(default_allowance=3 * 1.958)
     interactions = await asyncio.gather(*(imagine(discord_fake, member) for _ in range(20)))
-    refusals = await discord_fake.wait_for(
-        lambda: (
-            [r for i in interactions if (r := i.ephemeral_reply)]
-            if all(
-                i.ephemeral_reply or (i.original and not i.original["flags"] & MessageFlags.LOADING)
-                for i in interactions
-            )
-            else None
-        )
-    )
+    refusals = await refusals_once_all_answered(discord_fake, interactions)
     tasks = await all_ended(bot, 3)
     assert evolink.creates == 3
     assert all(t.status is TaskStatus.POSTED for t in tasks)
@@ -372,16 +382,7 @@ async def test_the_server_cap_holds_across_members(
     interactions = await asyncio.gather(
         *(imagine(discord_fake, m) for m in members for _ in range(4))
     )
-    refusals = await discord_fake.wait_for(
-        lambda: (
-            [r for i in interactions if (r := i.ephemeral_reply)]
-            if all(
-                i.ephemeral_reply or (i.original and not i.original["flags"] & MessageFlags.LOADING)
-                for i in interactions
-            )
-            else None
-        )
-    )
+    refusals = await refusals_once_all_answered(discord_fake, interactions)
     tasks = await all_ended(bot, 3)
     assert evolink.creates == 3
     assert all(t.status is TaskStatus.POSTED for t in tasks)
